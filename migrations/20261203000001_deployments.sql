@@ -38,6 +38,8 @@ CREATE TABLE stages (
     -- Exit code of the stage's command; NULL while running or when it was killed by a signal.
     exit_code       INTEGER,
     outcome         TEXT    CHECK (outcome IS NULL OR outcome IN ('ok', 'failed', 'timed_out')),
+    -- Process group of the stage's latest command, to stop it if the server dies mid-stage.
+    pgid            INTEGER,
     PRIMARY KEY (deployment_id, name)
 );
 

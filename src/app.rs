@@ -33,6 +33,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// When this process started, in Unix milliseconds.
     pub started_at: i64,
+    /// Dashboard event streams open now (capped by `config.max_event_streams`).
+    pub event_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl App {
             worker_down: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
             started_at: db::now_ms(),
+            event_streams: Arc::default(),
         };
         restart::reconcile(&state).await?;
         let worker = tokio::spawn(queue::run_worker(state.clone(), state.shutdown.clone()));
@@ -143,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pushevent", post(webhook::receive))
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES))
         .merge(api::routes())
+        .merge(crate::dashboard::routes())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -227,8 +227,14 @@ impl Settings {
                 ));
             }
             (Some(value), None) => {
-                if value.trim().is_empty() {
-                    return Err(invalid("webhook_secret", "must not be empty"));
+                if value.trim().chars().count() < crate::secret::MIN_SECRET_CHARS {
+                    return Err(invalid(
+                        "webhook_secret",
+                        format!(
+                            "must be at least {} characters",
+                            crate::secret::MIN_SECRET_CHARS
+                        ),
+                    ));
                 }
                 SecretSource::Value(value)
             }

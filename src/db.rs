@@ -456,3 +456,28 @@ pub async fn mark_deployed(
     tx.commit().await?;
     Ok(Some(previous))
 }
+
+pub async fn set_stage_pgid(
+    pool: &SqlitePool,
+    id: DeploymentId,
+    stage: Stage,
+    pgid: i32,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE stages SET pgid = ? WHERE deployment_id = ? AND name = ?")
+        .bind(pgid)
+        .bind(id)
+        .bind(stage.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Process groups of stages of `id` that never finished.
+pub async fn unfinished_stage_pgids(pool: &SqlitePool, id: DeploymentId) -> sqlx::Result<Vec<i32>> {
+    sqlx::query_scalar(
+        "SELECT pgid FROM stages WHERE deployment_id = ? AND finished_at IS NULL AND pgid IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

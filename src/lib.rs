@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod events;
 pub mod logs;
@@ -14,6 +15,7 @@ pub mod queue;
 pub mod release;
 pub mod restart;
 pub mod secret;
+pub mod socket;
 pub mod status;
 pub mod webhook;
 

@@ -1,4 +1,4 @@
-//! The `selfdeploy` binary: parse the settings, bind the listener, run the library.
+//! The `selfdeploy` binary: parse the settings, take the listening socket, run the library.
 
 use clap::Parser;
 use selfdeploy::Settings;
@@ -7,8 +7,7 @@ use std::process::ExitCode;
 /// Exit status for a setting that cannot be used (as clap uses for bad flags).
 const EXIT_BAD_SETTING: u8 = 2;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -22,18 +21,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_SETTING);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
+    // Before the runtime starts threads: taking an inherited socket edits the environment.
+    let (listener, inherited) = match selfdeploy::socket::take_or_bind(config.listen) {
+        Ok(taken) => taken,
         Err(e) => {
-            eprintln!(
-                "error: invalid setting `listen`: cannot listen on {}: {e}",
-                config.listen
-            );
+            eprintln!("error: invalid setting `listen`: {e:#}");
             return ExitCode::from(EXIT_BAD_SETTING);
         }
     };
-    tracing::info!("listening on http://{}", config.listen);
-    match selfdeploy::run(config, listener, shutdown_signal()).await {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let how = if inherited {
+            "inherited socket"
+        } else {
+            "bound"
+        };
+        tracing::info!("listening on http://{} ({how})", listener.local_addr()?);
+        selfdeploy::run(config, listener, shutdown_signal()).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

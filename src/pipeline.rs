@@ -231,7 +231,14 @@ impl Run<'_> {
         cwd: &Path,
         keep_group: bool,
     ) -> Result<Result<(), (Option<i32>, String)>, StageError> {
-        let status = process::run(cmd, cwd, &mut self.log, keep_group).await?;
+        let running = process::spawn(cmd, cwd)?;
+        if let (Some(stage), Some(pgid)) = (self.stage, running.pgid()) {
+            // Remembered so that a server killed mid-stage can stop the orphans next start.
+            db::set_stage_pgid(&self.state.db, self.id(), stage, pgid)
+                .await
+                .context("recording the stage's process group")?;
+        }
+        let status = running.wait(&mut self.log, keep_group).await?;
         if status.success() {
             Ok(Ok(()))
         } else {
@@ -393,10 +400,11 @@ impl Run<'_> {
 /// A local repository path made absolute (stages run in the workspace); URLs unchanged.
 fn repo_location(repo: &str) -> String {
     let path = Path::new(repo);
-    if !repo.contains("://") && path.exists() {
-        if let Ok(abs) = path.canonicalize() {
-            return abs.to_string_lossy().into_owned();
-        }
+    if !repo.contains("://")
+        && path.exists()
+        && let Ok(abs) = path.canonicalize()
+    {
+        return abs.to_string_lossy().into_owned();
     }
     repo.to_string()
 }

@@ -74,16 +74,23 @@ impl Drop for GroupGuard {
 }
 
 /// Environment variables never passed to stage commands: they hold the server's secrets.
-pub const WITHHELD_ENV: &[&str] = &["SELFDEPLOY_WEBHOOK_SECRET", "SELFDEPLOY_DASHBOARD_PASSWORD"];
+pub const WITHHELD_ENV: &[&str] = &[
+    "SELFDEPLOY_WEBHOOK_SECRET",
+    "SELFDEPLOY_DASHBOARD_PASSWORD",
+    // The build's target directory is the workspace's own (the artifact path is relative to it).
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+];
 
-/// Runs `cmd` in `cwd`, logging its output; returns its exit status. `keep_group` leaves
-/// processes it started in the background running (a restart command may start the app).
-pub async fn run(
-    cmd: &CommandLine,
-    cwd: &Path,
-    log: &mut LogWriter,
-    keep_group: bool,
-) -> anyhow::Result<ExitStatus> {
+/// A started command whose process group is killed if this is dropped.
+pub struct Running {
+    child: tokio::process::Child,
+    guard: GroupGuard,
+    rx: mpsc::Receiver<(Stream, String)>,
+}
+
+/// Starts `cmd` in `cwd` as the leader of a new process group.
+pub fn spawn(cmd: &CommandLine, cwd: &Path) -> anyhow::Result<Running> {
     let mut command = tokio::process::Command::new(&cmd.program);
     command
         .args(&cmd.args)
@@ -99,45 +106,84 @@ pub async fn run(
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start `{}`", cmd.program))?;
-    let mut guard = GroupGuard {
+    let guard = GroupGuard {
         pgid: child.id().map(|pid| pid as i32),
     };
-    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
+    let (tx, rx) = mpsc::channel::<(Stream, String)>(256);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward(out, Stream::Stdout, tx.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(err, Stream::Stderr, tx.clone()));
+        tokio::spawn(forward(err, Stream::Stderr, tx));
     }
-    drop(tx);
+    Ok(Running { child, guard, rx })
+}
 
-    let mut output_open = true;
-    let status = loop {
-        tokio::select! {
-            line = rx.recv(), if output_open => match line {
-                Some((stream, text)) => log.line(stream, &text).await,
-                None => output_open = false,
-            },
-            status = child.wait() => break status.context("waiting for the command")?,
+impl Running {
+    /// The process group id (the leader's pid).
+    pub fn pgid(&self) -> Option<i32> {
+        self.guard.pgid
+    }
+
+    /// Logs the output until the command exits; returns its exit status. `keep_group`
+    /// leaves processes it started in the background running (a restart command may start
+    /// the app); otherwise they are killed with it.
+    pub async fn wait(
+        mut self,
+        log: &mut LogWriter,
+        keep_group: bool,
+    ) -> anyhow::Result<ExitStatus> {
+        let mut output_open = true;
+        let status = loop {
+            tokio::select! {
+                line = self.rx.recv(), if output_open => match line {
+                    Some((stream, text)) => log.line(stream, &text).await,
+                    None => output_open = false,
+                },
+                status = self.child.wait() => break status.context("waiting for the command")?,
+            }
+        };
+        if keep_group {
+            self.guard.pgid = None;
+        } else {
+            self.guard.kill();
         }
+        let drain = tokio::time::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS));
+        tokio::pin!(drain);
+        while output_open {
+            tokio::select! {
+                line = self.rx.recv() => match line {
+                    Some((stream, text)) => log.line(stream, &text).await,
+                    None => output_open = false,
+                },
+                _ = &mut drain => break,
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// Kills the process group `pgid` left by a previous server process, if it is still a
+/// group led by a process working inside `dir` (so a recycled pid is never hit).
+pub fn kill_orphaned_group(pgid: i32, dir: &Path) -> bool {
+    let Ok(cwd) = std::fs::read_link(format!("/proc/{pgid}/cwd")) else {
+        return false;
     };
-    if !keep_group {
-        guard.kill();
-    } else {
-        guard.pgid = None;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pgid}/stat")) else {
+        return false;
+    };
+    // Field 5 of /proc/PID/stat (after the parenthesised name) is the process group.
+    let group = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(|g| g.parse::<i32>().ok());
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if group == Some(pgid) && cwd.starts_with(&dir) {
+        GroupGuard { pgid: Some(pgid) }.kill();
+        return true;
     }
-    let drain = tokio::time::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS));
-    tokio::pin!(drain);
-    while output_open {
-        tokio::select! {
-            line = rx.recv() => match line {
-                Some((stream, text)) => log.line(stream, &text).await,
-                None => output_open = false,
-            },
-            _ = &mut drain => break,
-        }
-    }
-    Ok(status)
+    false
 }
 
 async fn forward(

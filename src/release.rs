@@ -115,7 +115,7 @@ pub fn prune(data_dir: &Path, keep: usize, protect: &[String]) -> anyhow::Result
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|name| release_id(&name).map(|id| (id, name)))
         .collect();
-    releases.sort_by(|a, b| b.0.cmp(&a.0));
+    releases.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut deleted = Vec::new();
     for (_, name) in releases.into_iter().skip(keep) {
         if protect.contains(&name) {

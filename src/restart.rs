@@ -77,6 +77,15 @@ async fn mark_live(state: &crate::app::AppState, id: db::DeploymentId) -> Result
 pub async fn reconcile(state: &crate::app::AppState) -> anyhow::Result<()> {
     for deployment in db::with_status(&state.db, Status::Running).await? {
         let id = deployment.id;
+        for pgid in db::unfinished_stage_pgids(&state.db, id).await? {
+            if crate::process::kill_orphaned_group(pgid, &state.config.data_dir) {
+                tracing::warn!(
+                    deployment = id,
+                    pgid,
+                    "killed the interrupted stage's processes"
+                );
+            }
+        }
         let moved = db::transition(
             &state.db,
             id,

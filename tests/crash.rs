@@ -1,0 +1,115 @@
+//! The server killed with SIGKILL mid-build and started again: the interrupted deployment
+//! is marked failed, its push runs again as a new deployment, nothing runs twice.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_server_killed_mid_build_settles_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_repo, sha) = FixtureRepo::create(root, "survivor");
+    let envs = vec![
+        (
+            "SELFDEPLOY_DATA_DIR",
+            root.join("data").display().to_string(),
+        ),
+        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
+        (
+            "SELFDEPLOY_REPO",
+            root.join("origin.git").display().to_string(),
+        ),
+        ("SELFDEPLOY_BRANCH", "main".to_string()),
+        (
+            "SELFDEPLOY_ARTIFACT",
+            format!("target/release/{FIXTURE_BIN}"),
+        ),
+        ("SELFDEPLOY_RESTART", "none".to_string()),
+        (
+            "SELFDEPLOY_BUILD_COMMAND",
+            format!(
+                "echo started >> {builds}; while [ ! -e {gate} ]; do sleep 0.05; done; echo built >> {builds}; cargo build --release --locked",
+                builds = root.join("builds.log").display(),
+                gate = root.join("gate").display()
+            ),
+        ),
+    ];
+    let mut server = ServerProcess::start(&envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let body = push_payload("main", &sha, "survivor");
+    let res = client
+        .post(server.url("/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "crash-1")
+        .header("x-hub-signature-256", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    let builds = root.join("builds.log");
+    eventually(Duration::from_secs(60), "the build to start", || async {
+        std::fs::read_to_string(&builds)
+            .ok()
+            .filter(|s| s.contains("started"))
+            .map(|_| ())
+    })
+    .await;
+
+    server.kill9();
+    let mut server = ServerProcess::start(&envs);
+    server.wait_healthy().await;
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(path)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Settled at start-up, before the gate opens: nothing is left running.
+    let first = get(server.url("/api/deployments/1")).await;
+    assert_eq!(first["status"], "failed");
+    assert!(first["reason"].as_str().unwrap().contains("interrupted"));
+    std::fs::write(root.join("gate"), "open").unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the push to be deployed again",
+        || {
+            let url = server.url("/api/deployments/2");
+            let get = get.clone();
+            async move {
+                let d = get(url).await;
+                (d["status"] == "success").then_some(())
+            }
+        },
+    )
+    .await;
+    let again = get(server.url("/api/deployments/2")).await;
+    assert_eq!(again["sha"], sha);
+    let list = get(server.url("/api/deployments")).await;
+    assert_eq!(list["total"], 2, "exactly one new deployment: {list}");
+    // The interrupted build's processes were stopped at start-up; the new one ran once.
+    let log = std::fs::read_to_string(&builds).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["started", "started", "built"],
+        "{log}"
+    );
+    let first = get(server.url("/api/deployments/1")).await;
+    assert_eq!(
+        first["status"], "failed",
+        "apalis's re-enqueue did not run it again"
+    );
+    server.kill9();
+}
