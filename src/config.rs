@@ -53,6 +53,11 @@ pub struct Settings {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
+    /// Check this executable as a candidate release, then exit (run by the `exec` restart).
+    #[arg(long, env = "SELFDEPLOY_CHECK", hide = true)]
+    #[serde(skip)]
+    pub check: bool,
+
     /// Address and port to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SELFDEPLOY_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -174,6 +179,7 @@ impl Settings {
     fn or(self, file: Settings) -> Settings {
         Settings {
             config: self.config,
+            check: self.check,
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             webhook_secret: self.webhook_secret.or(file.webhook_secret),

@@ -481,3 +481,29 @@ pub async fn unfinished_stage_pgids(pool: &SqlitePool, id: DeploymentId) -> sqlx
     .fetch_all(pool)
     .await
 }
+
+/// The commit a release was built from.
+pub async fn release_commit(pool: &SqlitePool, release: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT sha FROM deployments WHERE release = ? ORDER BY id DESC LIMIT 1")
+        .bind(release)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Closes stage `stage` of `id` as failed (e.g. a restart whose release never came up).
+pub async fn fail_open_stage(
+    pool: &SqlitePool,
+    id: DeploymentId,
+    stage: Stage,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE stages SET finished_at = ?, outcome = 'failed' \
+         WHERE deployment_id = ? AND name = ? AND finished_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .bind(stage.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //!
 //! The path of one push, module by module, is in ARCHITECTURE.md.
 
+pub mod about;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod db;
 pub mod events;
 pub mod logs;
 pub mod pipeline;
+pub mod probe;
 pub mod process;
 pub mod queue;
 pub mod release;

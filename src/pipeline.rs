@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::config::RestartStrategy;
 use crate::db::{self, Deployment, DeploymentId};
 use crate::logs::{LogWriter, Redactor, Stream};
-use crate::process::{self, CommandLine};
+use crate::process::{self, CommandLine, EnvPolicy};
 use crate::release;
 use crate::restart;
 use crate::status::{Stage, Status};
@@ -28,7 +28,7 @@ pub struct StageError {
 }
 
 impl StageError {
-    fn new(message: impl Into<String>) -> Self {
+    pub fn new(message: impl Into<String>) -> Self {
         StageError {
             message: message.into(),
             exit_code: None,
@@ -176,11 +176,12 @@ impl Run<'_> {
         self.end(Some(0)).await?;
 
         self.begin(Stage::Restart).await?;
-        restart::go_live(self, &executable).await?;
-        if self.stage.is_some() {
-            self.end(Some(0)).await?;
-        }
-        Ok(())
+        restart::go_live(self, &executable).await
+    }
+
+    /// Leaves the current stage open for another process to close (the `exec` switch).
+    pub fn leave_stage_open(&mut self) {
+        self.stage = None;
     }
 
     async fn begin(&mut self, stage: Stage) -> Result<(), StageError> {
@@ -216,7 +217,7 @@ impl Run<'_> {
         cwd: &Path,
         what: &str,
     ) -> Result<(), StageError> {
-        self.command_status(cmd, cwd, false)
+        self.command_status(cmd, cwd, false, EnvPolicy::Build)
             .await?
             .map_err(|(code, described)| StageError {
                 message: format!("{what} failed: {described}"),
@@ -230,8 +231,9 @@ impl Run<'_> {
         cmd: &CommandLine,
         cwd: &Path,
         keep_group: bool,
+        env: EnvPolicy,
     ) -> Result<Result<(), (Option<i32>, String)>, StageError> {
-        let running = process::spawn(cmd, cwd)?;
+        let running = process::spawn(cmd, cwd, env)?;
         if let (Some(stage), Some(pgid)) = (self.stage, running.pgid()) {
             // Remembered so that a server killed mid-stage can stop the orphans next start.
             db::set_stage_pgid(&self.state.db, self.id(), stage, pgid)
@@ -266,7 +268,7 @@ impl Run<'_> {
         }
         let by_sha = CommandLine::new("git", &["fetch", "--no-tags", "--", &repo, &sha]);
         if self
-            .command_status(&by_sha, &workspace, false)
+            .command_status(&by_sha, &workspace, false, EnvPolicy::Build)
             .await?
             .is_err()
         {
@@ -288,7 +290,7 @@ impl Run<'_> {
         let object = format!("{sha}^{{commit}}");
         let exists = CommandLine::new("git", &["cat-file", "-e", &object]);
         if self
-            .command_status(&exists, &workspace, false)
+            .command_status(&exists, &workspace, false, EnvPolicy::Build)
             .await?
             .is_err()
         {

@@ -89,8 +89,17 @@ pub struct Running {
     rx: mpsc::Receiver<(Stream, String)>,
 }
 
+/// Which environment a command gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvPolicy {
+    /// Build and user commands: the server's environment less [`WITHHELD_ENV`].
+    Build,
+    /// A candidate release in check mode: the server's own environment, settings included.
+    Server,
+}
+
 /// Starts `cmd` in `cwd` as the leader of a new process group.
-pub fn spawn(cmd: &CommandLine, cwd: &Path) -> anyhow::Result<Running> {
+pub fn spawn(cmd: &CommandLine, cwd: &Path, env: EnvPolicy) -> anyhow::Result<Running> {
     let mut command = tokio::process::Command::new(&cmd.program);
     command
         .args(&cmd.args)
@@ -100,8 +109,10 @@ pub fn spawn(cmd: &CommandLine, cwd: &Path) -> anyhow::Result<Running> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for name in WITHHELD_ENV {
-        command.env_remove(name);
+    if env == EnvPolicy::Build {
+        for name in WITHHELD_ENV {
+            command.env_remove(name);
+        }
     }
     let mut child = command
         .spawn()

@@ -69,6 +69,18 @@ pub fn load(source: &SecretSource) -> anyhow::Result<(WebhookSecret, SecretOrigi
     }
 }
 
+/// Loads the secret without ever writing one (check mode must not change anything).
+pub fn load_existing(source: &SecretSource) -> anyhow::Result<WebhookSecret> {
+    let source = match source {
+        SecretSource::File { path, .. } => SecretSource::File {
+            path: path.clone(),
+            generate: false,
+        },
+        other => other.clone(),
+    };
+    load(&source).map(|(secret, _)| secret)
+}
+
 fn generate_file(path: &Path) -> anyhow::Result<WebhookSecret> {
     let mut bytes = [0u8; GENERATED_SECRET_BYTES];
     rand::rng().fill_bytes(&mut bytes);

@@ -10,9 +10,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-/// Generous deadline for a pipeline to settle (cold cargo builds on a slow CI machine).
-const SETTLE: Duration = Duration::from_secs(180);
-
 async fn push(app: &TestApp, sha: &str, message: &str) -> i64 {
     let res = app
         .webhook("push", &push_payload("main", sha, message))

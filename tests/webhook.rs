@@ -423,3 +423,34 @@ async fn the_secret_is_never_stored_in_the_database() {
     let bytes = std::fs::read(path).unwrap();
     assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
 }
+
+#[tokio::test]
+async fn selfdeploy_push_sends_a_signed_push_for_a_local_commit() {
+    let app = spawn_app().await;
+    let (_repo, sha) = FixtureRepo::create(app.dir.path(), "by hand");
+    let url = format!("http://{}", app.addr);
+    let work = app.dir.path().join("work");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_selfdeploy-push"))
+        .args([
+            "--url",
+            &url,
+            "--repo",
+            work.to_str().unwrap(),
+            "--branch",
+            "main",
+        ])
+        .env("SELFDEPLOY_WEBHOOK_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("202"), "{printed}");
+    let listed = app.get_json("/api/deployments").await;
+    assert_eq!(listed["deployments"][0]["sha"], sha);
+    assert_eq!(listed["deployments"][0]["message"], "by hand");
+}

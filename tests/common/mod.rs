@@ -354,3 +354,41 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+impl FixtureRepo {
+    /// Commits `files` (path, contents), pushes, returns the SHA.
+    pub fn commit_files(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, contents) in files {
+            let path = self.work.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        git(&self.work, &["add", "-A"]);
+        git(
+            &self.work,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
+        git(&self.work, &["push", "--quiet", "origin", "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// Sends a signed push for `sha` to a server at `base` (e.g. `http://127.0.0.1:1234`).
+pub async fn push_to(
+    client: &reqwest::Client,
+    base: &str,
+    sha: &str,
+    message: &str,
+) -> reqwest::Response {
+    let body = push_payload("main", sha, message);
+    client
+        .post(format!("{base}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", ulid_like())
+        .header("x-hub-signature-256", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook request")
+}

@@ -1,0 +1,310 @@
+//! The `exec` self-restart with the real server binary: a release is health-checked, then
+//! the running process hands its socket over and becomes it, keeping its PID and refusing
+//! no request; a release that cannot start never stays live.
+//!
+//! The releases here are built by a `build.sh` in each pushed commit. Instead of compiling
+//! the whole server again (minutes), it installs a small launcher that runs the server
+//! binary this test suite built, or misbehaves on purpose. Everything after the build (the
+//! check, the hand-over, exec, reconciliation) is the real thing; `tests/e2e.rs` builds the
+//! real project.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_selfdeploy");
+
+/// A build.sh whose release runs the real server binary.
+fn good_build() -> String {
+    launcher(&format!("exec {BIN} \"$@\""))
+}
+
+/// A build.sh whose release exits at once, even in check mode.
+fn dead_build() -> String {
+    launcher("echo 'this release cannot start' >&2; exit 3")
+}
+
+/// A build.sh whose release passes the check but dies when it really starts.
+fn dies_on_start_build() -> String {
+    launcher(&format!(
+        "for a in \"$@\"; do [ \"$a\" = --check ] && exec {BIN} \"$@\"; done\necho 'dying on start' >&2; exit 4"
+    ))
+}
+
+fn launcher(body: &str) -> String {
+    format!(
+        "mkdir -p target/release\ncat > target/release/selfdeploy <<'LAUNCHER'\n#!/bin/sh\n\
+         SELFDEPLOY_RELEASE=\"$(basename \"$(dirname \"$(readlink -f \"$0\")\")\")\"\n\
+         export SELFDEPLOY_RELEASE\n{body}\nLAUNCHER\nchmod +x target/release/selfdeploy\n"
+    )
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    repo: FixtureRepo,
+    envs: Vec<(&'static str, String)>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (repo, _) = FixtureRepo::create(root, "unused");
+    let envs = vec![
+        (
+            "SELFDEPLOY_DATA_DIR",
+            root.join("data").display().to_string(),
+        ),
+        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
+        (
+            "SELFDEPLOY_REPO",
+            root.join("origin.git").display().to_string(),
+        ),
+        ("SELFDEPLOY_BUILD_COMMAND", "sh build.sh".to_string()),
+        ("SELFDEPLOY_HEALTH_TIMEOUT", "20".to_string()),
+    ];
+    Setup { dir, repo, envs }
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_status(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    id: i64,
+    want: &str,
+) -> Value {
+    let url = server.url(&format!("/api/deployments/{id}"));
+    eventually(
+        Duration::from_secs(120),
+        &format!("deployment {id} to be {want}"),
+        || {
+            let req = client.get(url.clone()).send();
+            async move {
+                let d: Value = req.await.ok()?.json().await.ok()?;
+                let status = d["status"].as_str()?;
+                if status == want {
+                    Some(d)
+                } else if ["failed", "stale", "superseded"].contains(&status) && want != status {
+                    panic!("deployment {id} ended {status}: {}", d["reason"]);
+                } else {
+                    None
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn push(client: &reqwest::Client, server: &ServerProcess, sha: &str) -> i64 {
+    let res = push_to(client, &server.url(""), sha, "release").await;
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    res.json::<Value>().await.unwrap()["deployment_id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Requests `/version` in a loop, on fresh connections and on one kept-alive client,
+/// counting every failure, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for keep_alive in [true, false] {
+            let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let shared = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let client = if keep_alive {
+                        shared.clone()
+                    } else {
+                        reqwest::Client::builder()
+                            .pool_max_idle_per_host(0)
+                            .build()
+                            .unwrap()
+                    };
+                    match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(r) => {
+                            eprintln!("load: status {}", r.status());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            eprintln!("load (keep_alive={keep_alive}): {e:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_self_deploy_keeps_the_pid_and_refuses_no_request() {
+    let s = setup();
+    let mut server = ServerProcess::start(&s.envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let pid = server.child.id() as u64;
+    let load = Load::start(server.url("/version"));
+
+    let v1 = s.repo.commit_files(&[("build.sh", &good_build())], "v1");
+    let id1 = push(&client, &server, &v1).await;
+    wait_status(&client, &server, id1, "deployed").await;
+    let version = get_json(&client, server.url("/version")).await;
+    assert_eq!(version["commit"], v1);
+    assert_eq!(version["pid"], pid, "exec keeps the PID");
+    assert!(
+        version["release"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{id1}-"))
+    );
+
+    let v2 = s
+        .repo
+        .commit_files(&[("build.sh", &format!("{}# v2\n", good_build()))], "v2");
+    let id2 = push(&client, &server, &v2).await;
+    wait_status(&client, &server, id2, "deployed").await;
+    let version = get_json(&client, server.url("/version")).await;
+    assert_eq!(version["commit"], v2);
+    assert_eq!(version["pid"], pid);
+    let first = get_json(&client, server.url(&format!("/api/deployments/{id1}"))).await;
+    assert_eq!(first["status"], "success");
+    let stages =
+        get_json(&client, server.url(&format!("/api/deployments/{id2}"))).await["stages"].clone();
+    assert_eq!(stages[3]["name"], "restart");
+    assert_eq!(stages[3]["outcome"], "ok");
+    let current = std::fs::read_link(s.dir.path().join("data/current")).unwrap();
+    assert!(
+        current.to_string_lossy().contains(&format!("/{id2}-")),
+        "{current:?}"
+    );
+
+    let (ok, failed) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "no request failed across two switches ({ok} succeeded)"
+    );
+    assert!(ok > 20);
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[tokio::test]
+async fn a_release_that_exits_at_once_fails_its_check_and_the_old_server_goes_on() {
+    let s = setup();
+    let mut server = ServerProcess::start(&s.envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let before = get_json(&client, server.url("/version")).await;
+    let bad = s.repo.commit_files(&[("build.sh", &dead_build())], "dead");
+    let id = push(&client, &server, &bad).await;
+    let d = wait_status(&client, &server, id, "failed").await;
+    assert_eq!(d["stage"], "restart");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("health check"), "{reason}");
+    assert!(
+        reason.contains("this release cannot start"),
+        "the check's output: {reason}"
+    );
+    let after = get_json(&client, server.url("/version")).await;
+    assert_eq!(after, before, "the running server is untouched");
+    assert!(server.child.try_wait().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_release_that_dies_on_start_is_rolled_back_by_the_next_start() {
+    let s = setup();
+    let mut server = ServerProcess::start(&s.envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let good = s.repo.commit_files(&[("build.sh", &good_build())], "good");
+    let good_id = push(&client, &server, &good).await;
+    wait_status(&client, &server, good_id, "deployed").await;
+
+    let bad = s
+        .repo
+        .commit_files(&[("build.sh", &dies_on_start_build())], "dies");
+    let bad_id = push(&client, &server, &bad).await;
+    // It passes the check, the server becomes it, and it dies.
+    let status = eventually(
+        Duration::from_secs(120),
+        "the switched-to release to die",
+        || {
+            let exited = server.child.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(!status.success());
+    assert!(server.output().contains("dying on start"));
+
+    // The supervisor (systemd, `just run`) starts `current`: still the good release.
+    let current = s.dir.path().join("data/current");
+    let restarted = ServerProcess::start_binary(&current, &s.envs);
+    restarted.wait_healthy().await;
+    let d = get_json(
+        &client,
+        restarted.url(&format!("/api/deployments/{bad_id}")),
+    )
+    .await;
+    assert_eq!(d["status"], "failed");
+    assert!(
+        d["reason"].as_str().unwrap().contains("did not come up"),
+        "{d}"
+    );
+    let serving = get_json(
+        &client,
+        restarted.url(&format!("/api/deployments/{good_id}")),
+    )
+    .await;
+    assert_eq!(serving["status"], "deployed");
+    let version = get_json(&client, restarted.url("/version")).await;
+    assert_eq!(version["commit"], good);
+    let list = get_json(&client, restarted.url("/api/deployments")).await;
+    assert!(
+        list["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] != "running")
+    );
+}
