@@ -9,7 +9,8 @@ sudo=""
 
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
-command -v chromium >/dev/null || need_apt+=(chromium)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     $sudo apt-get update -qq

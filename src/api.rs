@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/deployments/{id}", get(show))
         .route("/api/deployments/{id}/log", get(log))
         .route("/api/queue", get(queue))
+        .route("/api/events", get(events))
 }
 
 /// Errors of read-only endpoints.
@@ -33,6 +34,8 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    #[error("too many event streams are open; try again later")]
+    Busy,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -48,6 +51,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(cause) => {
                 tracing::error!("request failed: {cause:#}");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -158,4 +162,104 @@ async fn queue(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         "pending": pending,
         "worker": !state.worker_down.load(Ordering::Relaxed),
     })))
+}
+
+/// `?after=ID`: replay status changes after that id (the `Last-Event-ID` header wins).
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub after: Option<i64>,
+}
+
+/// Status changes fetched from the history per query.
+const HISTORY_BATCH: i64 = 500;
+
+/// `GET /api/events`: every status change as JSON, in order, each with its history id as
+/// the SSE id, so a client that reconnects with `Last-Event-ID` misses none and sees none
+/// twice, across server restarts too.
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let slot = crate::dashboard::stream::StreamSlot::acquire(
+        &state.event_streams,
+        state.config.max_event_streams,
+    )
+    .ok_or(ApiError::Busy)?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be a number".into()))
+        })
+        .transpose()?;
+    // Subscribe before reading, so nothing committed in between is missed.
+    let rx = state.events.subscribe();
+    let after = match resume.or(query.after) {
+        Some(after) => after,
+        None => db::last_status_change(&state.db).await?,
+    };
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let cursor = (
+        state,
+        rx,
+        after,
+        std::collections::VecDeque::new(),
+        true,
+        slot,
+    );
+    let stream = futures::stream::unfold(
+        cursor,
+        |(state, mut rx, mut last, mut buffer, mut dirty, slot)| async move {
+            loop {
+                if let Some(change) = buffer.pop_front() {
+                    let change: db::StatusChange = change;
+                    last = change.id;
+                    let event = SseEvent::default()
+                        .id(change.id.to_string())
+                        .json_data(&change)
+                        .expect("a status change serialises");
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (state, rx, last, buffer, dirty, slot),
+                    ));
+                }
+                if dirty {
+                    match db::status_changes(&state.db, last, HISTORY_BATCH).await {
+                        Ok(changes) if !changes.is_empty() => {
+                            buffer.extend(changes);
+                            continue;
+                        }
+                        Ok(_) => dirty = false,
+                        Err(e) => {
+                            tracing::warn!("event stream cannot read the history: {e}");
+                            return None;
+                        }
+                    }
+                }
+                match rx.recv().await {
+                    Ok(crate::events::Event::Deployment(_)) | Err(RecvError::Lagged(_)) => {
+                        dirty = true
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+    .take_until(shutdown);
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    Ok(response)
 }

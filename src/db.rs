@@ -507,3 +507,34 @@ pub async fn fail_open_stage(
     .await?;
     Ok(())
 }
+
+/// One entry of the status history.
+#[derive(Clone, Debug, Serialize, FromRow)]
+pub struct StatusChange {
+    pub id: i64,
+    pub deployment_id: DeploymentId,
+    pub status: String,
+    pub at: i64,
+}
+
+/// Status changes after `after`, oldest first (at most `limit`).
+pub async fn status_changes(
+    pool: &SqlitePool,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<StatusChange>> {
+    sqlx::query_as(
+        "SELECT id, deployment_id, status, at FROM status_changes WHERE id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The newest status change id (0 when there is none).
+pub async fn last_status_change(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM status_changes")
+        .fetch_one(pool)
+        .await
+}

@@ -73,12 +73,14 @@ pub async fn go_live(run: &mut Run<'_>, executable: &Path) -> Result<(), StageEr
             release::set_current(&state.config.data_dir, executable)?;
             run.note(&format!("`current` now points at {}", executable.display()))
                 .await;
+            // If the command restarts this very server (`systemctl restart --no-block
+            // selfdeploy`), the process that comes up next finishes the deployment.
+            write_handover(run, executable)?;
             let cmd = CommandLine::from_config(&line);
             let cwd = state.config.data_dir.clone();
-            if let Err((code, described)) = run
-                .command_status(&cmd, &cwd, true, EnvPolicy::Build)
-                .await?
-            {
+            let outcome = run.command_status(&cmd, &cwd, true, EnvPolicy::Build).await;
+            remove_handover(&state.config.data_dir);
+            if let Err((code, described)) = outcome? {
                 return Err(StageError {
                     message: format!("restart command failed: {described}"),
                     exit_code: code,
@@ -93,21 +95,7 @@ pub async fn go_live(run: &mut Run<'_>, executable: &Path) -> Result<(), StageEr
         }
         RestartStrategy::Exec => {
             check_candidate(run, executable).await?;
-            let release = run
-                .deployment
-                .release
-                .clone()
-                .unwrap_or_else(|| release::release_name(id, &run.deployment.sha));
-            let handover = Handover {
-                deployment_id: id,
-                release: release.clone(),
-                executable: executable.to_path_buf(),
-            };
-            let path = state.config.data_dir.join(HANDOVER_FILE);
-            release::write_atomic(
-                &path,
-                &serde_json::to_vec(&handover).map_err(anyhow::Error::from)?,
-            )?;
+            let release = write_handover(run, executable)?;
             run.note("health check passed; handing the socket to the new release")
                 .await;
             // The stage stays open: the new process closes it once it serves.
@@ -116,6 +104,24 @@ pub async fn go_live(run: &mut Run<'_>, executable: &Path) -> Result<(), StageEr
             Ok(())
         }
     }
+}
+
+/// Records which deployment's release is taking over; returns the release name.
+fn write_handover(run: &Run<'_>, executable: &Path) -> Result<String, StageError> {
+    let release = run
+        .deployment
+        .release
+        .clone()
+        .unwrap_or_else(|| release::release_name(run.id(), &run.deployment.sha));
+    let handover = Handover {
+        deployment_id: run.id(),
+        release: release.clone(),
+        executable: executable.to_path_buf(),
+    };
+    let path = run.state.config.data_dir.join(HANDOVER_FILE);
+    let json = serde_json::to_vec(&handover).map_err(anyhow::Error::from)?;
+    release::write_atomic(&path, &json)?;
+    Ok(release)
 }
 
 /// Runs the candidate in check mode with this server's settings, within the deadline.

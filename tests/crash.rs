@@ -87,7 +87,6 @@ async fn a_server_killed_mid_build_settles_and_goes_on() {
         "the push to be deployed again",
         || {
             let url = server.url("/api/deployments/2");
-            let get = get.clone();
             async move {
                 let d = get(url).await;
                 (d["status"] == "success").then_some(())

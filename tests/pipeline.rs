@@ -65,10 +65,8 @@ async fn a_push_is_fetched_built_and_installed_as_a_release() {
     let mut log_lines = 0;
     while let Ok(event) = events.try_recv() {
         match event {
-            Event::Deployment(d) if d.id == id => {
-                if statuses.last() != Some(&d.status()) {
-                    statuses.push(d.status());
-                }
+            Event::Deployment(d) if d.id == id && statuses.last() != Some(&d.status()) => {
+                statuses.push(d.status());
             }
             Event::Log { deployment_id, .. } if deployment_id == id => log_lines += 1,
             _ => {}

@@ -12,8 +12,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_selfdeploy");
@@ -107,74 +105,6 @@ async fn push(client: &reqwest::Client, server: &ServerProcess, sha: &str) -> i6
     res.json::<Value>().await.unwrap()["deployment_id"]
         .as_i64()
         .unwrap()
-}
-
-/// Requests `/version` in a loop, on fresh connections and on one kept-alive client,
-/// counting every failure, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for keep_alive in [true, false] {
-            let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                let shared = reqwest::Client::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let client = if keep_alive {
-                        shared.clone()
-                    } else {
-                        reqwest::Client::builder()
-                            .pool_max_idle_per_host(0)
-                            .build()
-                            .unwrap()
-                    };
-                    match client
-                        .get(&url)
-                        .timeout(Duration::from_secs(30))
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
-                        Ok(r) => {
-                            eprintln!("load: status {}", r.status());
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(e) => {
-                            eprintln!("load (keep_alive={keep_alive}): {e:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }));
-        }
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
 }
 
 #[tokio::test]
