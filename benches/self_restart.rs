@@ -126,6 +126,7 @@ async fn main() {
     };
 
     let mut windows = Vec::new();
+    let mut ids = Vec::new();
     let mut versions = Vec::new();
     let started = Instant::now();
     for n in 1..=deploys {
@@ -216,6 +217,30 @@ async fn main() {
         ms(percentile(&all, 50.0)),
         ms(percentile(&all, 99.0)),
         ms(*all.last().unwrap_or(&Duration::ZERO))
+    );
+    // Pick-up latency: from the webhook's answer (received_at) to the worker taking the
+    // deployment (started_at), each push arriving at an idle server.
+    let mut pickups = Vec::new();
+    for id in &ids {
+        let d: Value = client
+            .get(format!("{base}/api/deployments/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (received, started) = (
+            d["received_at"].as_i64().unwrap(),
+            d["started_at"].as_i64().unwrap(),
+        );
+        pickups.push(Duration::from_millis((started - received).max(0) as u64));
+    }
+    pickups.sort();
+    println!(
+        "pick-up (webhook to running, idle server): p50 {} max {}",
+        ms(percentile(&pickups, 50.0)),
+        ms(*pickups.last().unwrap())
     );
     let distinct: std::collections::HashSet<_> = versions.iter().collect();
     println!(

@@ -183,7 +183,6 @@ async fn events(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use futures::StreamExt;
-    use tokio::sync::broadcast::error::RecvError;
 
     let slot = crate::dashboard::stream::StreamSlot::acquire(
         &state.event_streams,
@@ -206,53 +205,22 @@ async fn events(
         None => db::last_status_change(&state.db).await?,
     };
     let shutdown = state.shutdown.clone().cancelled_owned();
-    let cursor = (
+    let feed = HistoryFeed {
         state,
         rx,
-        after,
-        std::collections::VecDeque::new(),
-        true,
-        slot,
-    );
-    let stream = futures::stream::unfold(
-        cursor,
-        |(state, mut rx, mut last, mut buffer, mut dirty, slot)| async move {
-            loop {
-                if let Some(change) = buffer.pop_front() {
-                    let change: db::StatusChange = change;
-                    last = change.id;
-                    let event = SseEvent::default()
-                        .id(change.id.to_string())
-                        .json_data(&change)
-                        .expect("a status change serialises");
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(event),
-                        (state, rx, last, buffer, dirty, slot),
-                    ));
-                }
-                if dirty {
-                    match db::status_changes(&state.db, last, HISTORY_BATCH).await {
-                        Ok(changes) if !changes.is_empty() => {
-                            buffer.extend(changes);
-                            continue;
-                        }
-                        Ok(_) => dirty = false,
-                        Err(e) => {
-                            tracing::warn!("event stream cannot read the history: {e}");
-                            return None;
-                        }
-                    }
-                }
-                match rx.recv().await {
-                    Ok(crate::events::Event::Deployment(_)) | Err(RecvError::Lagged(_)) => {
-                        dirty = true
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        },
-    )
+        last: after,
+        buffer: std::collections::VecDeque::new(),
+        dirty: true,
+        _slot: slot,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let change = feed.next_change().await?;
+        let event = SseEvent::default()
+            .id(change.id.to_string())
+            .json_data(&change)
+            .expect("a status change serialises");
+        Some((Ok::<_, std::convert::Infallible>(event), feed))
+    })
     .take_until(shutdown);
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::default())
@@ -262,4 +230,47 @@ async fn events(
         axum::http::HeaderValue::from_static("no"),
     );
     Ok(response)
+}
+
+/// The status history after `last`, then each new change as it commits.
+struct HistoryFeed {
+    state: AppState,
+    rx: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    last: i64,
+    buffer: std::collections::VecDeque<db::StatusChange>,
+    /// Whether the table may hold changes not read yet.
+    dirty: bool,
+    _slot: crate::dashboard::stream::StreamSlot,
+}
+
+impl HistoryFeed {
+    async fn next_change(&mut self) -> Option<db::StatusChange> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(change) = self.buffer.pop_front() {
+                self.last = change.id;
+                return Some(change);
+            }
+            if self.dirty {
+                match db::status_changes(&self.state.db, self.last, HISTORY_BATCH).await {
+                    Ok(changes) if !changes.is_empty() => {
+                        self.buffer.extend(changes);
+                        continue;
+                    }
+                    Ok(_) => self.dirty = false,
+                    Err(e) => {
+                        tracing::warn!("event stream cannot read the history: {e}");
+                        return None;
+                    }
+                }
+            }
+            match self.rx.recv().await {
+                Ok(crate::events::Event::Deployment(_)) | Err(RecvError::Lagged(_)) => {
+                    self.dirty = true
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }

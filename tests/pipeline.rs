@@ -335,3 +335,40 @@ async fn restart_command_marks_deployed_and_the_previous_success() {
             .contains(&format!("{id2}-"))
     );
 }
+
+#[tokio::test]
+async fn old_releases_are_pruned_but_never_the_serving_one_or_the_one_before() {
+    let app = spawn_app_with(|s, root| {
+        fixture_settings(s, root);
+        s.keep_releases = Some(2);
+        s.restart = Some(selfdeploy::config::RestartStrategy::Command);
+        s.restart_command = Some("true".into());
+    })
+    .await;
+    let (repo, first) = FixtureRepo::create(app.dir.path(), "r1");
+    let mut ids = vec![push(&app, &first, "r1").await];
+    app.idle().await;
+    for n in 2..=4 {
+        let sha = repo.commit_text(&format!("r{n}"));
+        ids.push(push(&app, &sha, &format!("r{n}")).await);
+        app.idle().await;
+    }
+    let releases_dir = app.state.config.data_dir.join("releases");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&releases_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    // Pruned when release 4 was installed: the newest two (4 and 3) stay, 2 stays too as
+    // the one before the serving one (3, at that moment), and 1 goes.
+    let mut expected = Vec::new();
+    for id in [ids[1], ids[2], ids[3]] {
+        expected.push(app.deployment(id).await.release.unwrap());
+    }
+    expected.sort();
+    assert_eq!(
+        on_disk, expected,
+        "the serving release and the one before it stay"
+    );
+    assert_eq!(app.deployment(ids[3]).await.status(), Status::Deployed);
+}

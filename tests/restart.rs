@@ -238,3 +238,57 @@ async fn a_release_that_dies_on_start_is_rolled_back_by_the_next_start() {
             .all(|d| d["status"] != "running")
     );
 }
+
+#[tokio::test]
+async fn a_push_that_arrives_during_the_switch_is_answered_and_deployed_after() {
+    let s = setup();
+    let server = ServerProcess::start(&s.envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let pid = server.child.id() as u64;
+    let v1 = s.repo.commit_files(&[("build.sh", &good_build())], "v1");
+    let v2 = s
+        .repo
+        .commit_files(&[("build.sh", &format!("{}# v2\n", good_build()))], "v2");
+    let id1 = push(&client, &server, &v1).await;
+    // The server says `Connection: close` once it is draining for the switch; shortly
+    // after, it stops accepting and new connections wait in the backlog for the new
+    // process. The webhook is sent then.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = server.url("/healthz");
+    eventually(
+        Duration::from_secs(60),
+        "the server to start draining",
+        || {
+            let req = fresh.get(url.clone()).send();
+            async move {
+                let res = req.await.ok()?;
+                let closing = res
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v == "close");
+                closing.then_some(())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(selfdeploy::app::LAME_DUCK_MS + 50)).await;
+    let res = push_to(&client, &server.url(""), &v2, "v2").await;
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::ACCEPTED,
+        "answered across the switch"
+    );
+    let id2 = res.json::<Value>().await.unwrap()["deployment_id"]
+        .as_i64()
+        .unwrap();
+    wait_status(&client, &server, id2, "deployed").await;
+    let first = get_json(&client, server.url(&format!("/api/deployments/{id1}"))).await;
+    assert_eq!(first["status"], "success");
+    let version = get_json(&client, server.url("/version")).await;
+    assert_eq!(version["commit"], v2);
+    assert_eq!(version["pid"], pid);
+}
