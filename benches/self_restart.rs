@@ -136,6 +136,7 @@ async fn main() {
         let id = res.json::<Value>().await.unwrap()["deployment_id"]
             .as_i64()
             .unwrap();
+        ids.push(id);
         // The switch window: from the restart stage's start until the new process serves.
         let restart_seen = eventually(Duration::from_secs(120), "the restart stage", || {
             let req = client.get(format!("{base}/api/deployments/{id}")).send();
