@@ -189,7 +189,7 @@ async fn main() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.await.unwrap();
 
-    let samples = samples.lock().unwrap();
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
     let failed = samples.iter().filter(|s| !s.ok).count();
     let mut all: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     all.sort();
