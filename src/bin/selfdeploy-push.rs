@@ -6,8 +6,6 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use selfdeploy::secret::WebhookSecret;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -90,41 +88,29 @@ fn main() -> anyhow::Result<()> {
     .to_string();
     let signature = selfdeploy::webhook::sign(&WebhookSecret::new(secret), body.as_bytes());
     let delivery = ulid::Ulid::generate().to_string();
-    let (status, answer) = post(&args.url, &body, &signature, &delivery)?;
+    let host = args
+        .url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported (a server on this machine)")?
+        .trim_end_matches('/');
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, answer) = runtime.block_on(selfdeploy::probe::request(
+        host,
+        "POST",
+        "/webhooks/github",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", &delivery),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        body.as_bytes(),
+    ))?;
     println!("{} {status} {answer}", &sha[..12]);
     if !(200..300).contains(&status) {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// A one-shot HTTP/1.1 POST to `url` + `/webhooks/github` (plain HTTP: a local server).
-fn post(url: &str, body: &str, signature: &str, delivery: &str) -> anyhow::Result<(u16, String)> {
-    let host = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?
-        .trim_end_matches('/');
-    let mut stream =
-        TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
-    write!(
-        stream,
-        "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nUser-Agent: selfdeploy-push\r\n\
-         Content-Type: application/json\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\n\
-         X-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("not an HTTP response")?;
-    let answer = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    Ok((status, answer))
 }
