@@ -24,14 +24,6 @@ struct Sample {
     ok: bool,
 }
 
-fn launcher(n: usize) -> String {
-    format!(
-        "mkdir -p target/release\ncat > target/release/selfdeploy <<'LAUNCHER'\n#!/bin/sh\n\
-         # release {n}\nSELFDEPLOY_RELEASE=\"$(basename \"$(dirname \"$(readlink -f \"$0\")\")\")\"\n\
-         export SELFDEPLOY_RELEASE\nexec {BIN} \"$@\"\nLAUNCHER\nchmod +x target/release/selfdeploy\n"
-    )
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -57,19 +49,8 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (repo, _) = FixtureRepo::create(root, "unused");
-    let envs = vec![
-        (
-            "SELFDEPLOY_DATA_DIR",
-            root.join("data").display().to_string(),
-        ),
-        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
-        (
-            "SELFDEPLOY_REPO",
-            root.join("origin.git").display().to_string(),
-        ),
-        ("SELFDEPLOY_BUILD_COMMAND", "sh build.sh".to_string()),
-        ("RUST_LOG", "warn".to_string()),
-    ];
+    let mut envs = server_envs(root, "sh build.sh");
+    envs.push(("RUST_LOG", "warn".to_string()));
     let server = ServerProcess::start(&envs);
     server.wait_healthy().await;
     let pid = server.child.id() as u64;
@@ -130,7 +111,13 @@ async fn main() {
     let mut versions = Vec::new();
     let started = Instant::now();
     for n in 1..=deploys {
-        let sha = repo.commit_files(&[("build.sh", &launcher(n))], &format!("release {n}"));
+        let sha = repo.commit_files(
+            &[(
+                "build.sh",
+                &release_launcher(&format!("# release {n}\nexec {BIN} \"$@\"")),
+            )],
+            &format!("release {n}"),
+        );
         let res = push_to(&client, &base, &sha, &format!("release {n}")).await;
         assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
         let id = res.json::<Value>().await.unwrap()["deployment_id"]

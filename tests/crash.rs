@@ -12,45 +12,21 @@ async fn a_server_killed_mid_build_settles_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (_repo, sha) = FixtureRepo::create(root, "survivor");
-    let envs = vec![
-        (
-            "SELFDEPLOY_DATA_DIR",
-            root.join("data").display().to_string(),
-        ),
-        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
-        (
-            "SELFDEPLOY_REPO",
-            root.join("origin.git").display().to_string(),
-        ),
-        ("SELFDEPLOY_BRANCH", "main".to_string()),
-        (
-            "SELFDEPLOY_ARTIFACT",
-            format!("target/release/{FIXTURE_BIN}"),
-        ),
-        ("SELFDEPLOY_RESTART", "none".to_string()),
-        (
-            "SELFDEPLOY_BUILD_COMMAND",
-            format!(
-                "echo started >> {builds}; while [ ! -e {gate} ]; do sleep 0.05; done; echo built >> {builds}; cargo build --release --locked",
-                builds = root.join("builds.log").display(),
-                gate = root.join("gate").display()
-            ),
-        ),
-    ];
+    let build = format!(
+        "echo started >> {builds}; while [ ! -e {gate} ]; do sleep 0.05; done; echo built >> {builds}; cargo build --release --locked",
+        builds = root.join("builds.log").display(),
+        gate = root.join("gate").display()
+    );
+    let mut envs = server_envs(root, &build);
+    envs.push((
+        "SELFDEPLOY_ARTIFACT",
+        format!("target/release/{FIXTURE_BIN}"),
+    ));
+    envs.push(("SELFDEPLOY_RESTART", "none".to_string()));
     let mut server = ServerProcess::start(&envs);
     server.wait_healthy().await;
     let client = reqwest::Client::new();
-    let body = push_payload("main", &sha, "survivor");
-    let res = client
-        .post(server.url("/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "crash-1")
-        .header("x-hub-signature-256", sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = push_to(&client, &server.url(""), &sha, "survivor").await;
     assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
     let builds = root.join("builds.log");
     eventually(Duration::from_secs(60), "the build to start", || async {

@@ -115,32 +115,10 @@ fn follow_events(
 async fn four_quick_pushes_deploy_the_first_and_then_only_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let bare = root.join("origin.git");
-    let work = root.join("work");
-    git(
-        root,
-        &[
-            "init",
-            "--quiet",
-            "--bare",
-            "-b",
-            "main",
-            bare.to_str().unwrap(),
-        ],
-    );
-    git(
-        root,
-        &["init", "--quiet", "-b", "main", work.to_str().unwrap()],
-    );
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let repo = FixtureRepo::init(root);
+    let work = repo.work.clone();
     copy_project(&work);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "--quiet", "-m", "selfdeploy, as it is"]);
-    git(&work, &["push", "--quiet", "origin", "HEAD:main"]);
-    let repo = FixtureRepo {
-        bare: bare.clone(),
-        work: work.clone(),
-    };
+    repo.commit_files(&[], "selfdeploy, as it is");
 
     let target = nested_target_dir();
     let builds = root.join("builds.log");
@@ -150,20 +128,12 @@ async fn four_quick_pushes_deploy_the_first_and_then_only_the_newest() {
         builds = builds.display(),
         target = target.display(),
     );
-    let envs = vec![
-        (
-            "SELFDEPLOY_DATA_DIR",
-            root.join("data").display().to_string(),
-        ),
-        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
-        ("SELFDEPLOY_REPO", bare.display().to_string()),
-        ("SELFDEPLOY_BUILD_COMMAND", build),
-        (
-            "SELFDEPLOY_TIME_LIMIT",
-            BUILD_DEADLINE.as_secs().to_string(),
-        ),
-        ("SELFDEPLOY_HEALTH_TIMEOUT", "60".to_string()),
-    ];
+    let mut envs = server_envs(root, &build);
+    envs.push((
+        "SELFDEPLOY_TIME_LIMIT",
+        BUILD_DEADLINE.as_secs().to_string(),
+    ));
+    envs.push(("SELFDEPLOY_HEALTH_TIMEOUT", "60".to_string()));
     let mut server = ServerProcess::start(&envs);
     server.wait_healthy().await;
     let pid = server.child.id();

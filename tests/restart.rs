@@ -18,27 +18,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_selfdeploy");
 
 /// A build.sh whose release runs the real server binary.
 fn good_build() -> String {
-    launcher(&format!("exec {BIN} \"$@\""))
+    release_launcher(&format!("exec {BIN} \"$@\""))
 }
 
 /// A build.sh whose release exits at once, even in check mode.
 fn dead_build() -> String {
-    launcher("echo 'this release cannot start' >&2; exit 3")
+    release_launcher("echo 'this release cannot start' >&2; exit 3")
 }
 
 /// A build.sh whose release passes the check but dies when it really starts.
 fn dies_on_start_build() -> String {
-    launcher(&format!(
+    release_launcher(&format!(
         "for a in \"$@\"; do [ \"$a\" = --check ] && exec {BIN} \"$@\"; done\necho 'dying on start' >&2; exit 4"
     ))
-}
-
-fn launcher(body: &str) -> String {
-    format!(
-        "mkdir -p target/release\ncat > target/release/selfdeploy <<'LAUNCHER'\n#!/bin/sh\n\
-         SELFDEPLOY_RELEASE=\"$(basename \"$(dirname \"$(readlink -f \"$0\")\")\")\"\n\
-         export SELFDEPLOY_RELEASE\n{body}\nLAUNCHER\nchmod +x target/release/selfdeploy\n"
-    )
 }
 
 struct Setup {
@@ -51,19 +43,8 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (repo, _) = FixtureRepo::create(root, "unused");
-    let envs = vec![
-        (
-            "SELFDEPLOY_DATA_DIR",
-            root.join("data").display().to_string(),
-        ),
-        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
-        (
-            "SELFDEPLOY_REPO",
-            root.join("origin.git").display().to_string(),
-        ),
-        ("SELFDEPLOY_BUILD_COMMAND", "sh build.sh".to_string()),
-        ("SELFDEPLOY_HEALTH_TIMEOUT", "20".to_string()),
-    ];
+    let mut envs = server_envs(root, "sh build.sh");
+    envs.push(("SELFDEPLOY_HEALTH_TIMEOUT", "20".to_string()));
     Setup { dir, repo, envs }
 }
 

@@ -200,26 +200,24 @@ pub struct FixtureRepo {
 pub const FIXTURE_BIN: &str = "fixture-app";
 
 impl FixtureRepo {
-    /// Creates `root/origin.git` and `root/work`, with a first commit printing `text`.
-    pub fn create(root: &Path, text: &str) -> (FixtureRepo, String) {
+    /// Creates the bare `root/origin.git` and a working clone `root/work` pushing to it.
+    pub fn init(root: &Path) -> FixtureRepo {
         let bare = root.join("origin.git");
         let work = root.join("work");
+        let (bare_path, work_path) = (bare.to_str().unwrap(), work.to_str().unwrap());
         git(
             root,
-            &[
-                "init",
-                "--quiet",
-                "--bare",
-                "-b",
-                "main",
-                bare.to_str().unwrap(),
-            ],
+            &["init", "--quiet", "--bare", "-b", "main", bare_path],
         );
-        git(
-            root,
-            &["init", "--quiet", "-b", "main", work.to_str().unwrap()],
-        );
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        git(root, &["init", "--quiet", "-b", "main", work_path]);
+        git(&work, &["remote", "add", "origin", bare_path]);
+        FixtureRepo { bare, work }
+    }
+
+    /// Creates `root/origin.git` and `root/work`, with a first commit printing `text`.
+    pub fn create(root: &Path, text: &str) -> (FixtureRepo, String) {
+        let repo = FixtureRepo::init(root);
+        let work = repo.work.clone();
         std::fs::write(
             work.join("Cargo.toml"),
             format!(
@@ -233,7 +231,6 @@ impl FixtureRepo {
         )
         .unwrap();
         std::fs::write(work.join(".gitignore"), "target/\n").unwrap();
-        let repo = FixtureRepo { bare, work };
         let sha = repo.commit_text(text);
         (repo, sha)
     }
@@ -248,16 +245,25 @@ impl FixtureRepo {
 
     /// Commits `source` as `src/main.rs`, pushes it, returns the SHA.
     pub fn commit_source(&self, source: &str, message: &str) -> String {
-        std::fs::create_dir_all(self.work.join("src")).unwrap();
-        std::fs::write(self.work.join("src/main.rs"), source).unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "--quiet", "--allow-empty", "-m", message],
-        );
-        git(&self.work, &["push", "--quiet", "origin", "HEAD:main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.commit_files(&[("src/main.rs", source)], message)
     }
+}
+
+/// The environment of a `selfdeploy` process deploying from `root/origin.git` into
+/// `root/data`, building with `build_command`.
+pub fn server_envs(root: &Path, build_command: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "SELFDEPLOY_DATA_DIR",
+            root.join("data").display().to_string(),
+        ),
+        ("SELFDEPLOY_WEBHOOK_SECRET", SECRET.to_string()),
+        (
+            "SELFDEPLOY_REPO",
+            root.join("origin.git").display().to_string(),
+        ),
+        ("SELFDEPLOY_BUILD_COMMAND", build_command.to_string()),
+    ]
 }
 
 /// Settings that deploy the fixture crate from `root/origin.git`.
@@ -461,4 +467,15 @@ impl Load {
             self.failed.load(Ordering::Relaxed),
         )
     }
+}
+
+/// A `build.sh` that installs `target/release/selfdeploy` as a launcher script running
+/// `body`. The launcher tells the server which release it is from where it lies, as an
+/// executable inside the release directory would.
+pub fn release_launcher(body: &str) -> String {
+    format!(
+        "mkdir -p target/release\ncat > target/release/selfdeploy <<'LAUNCHER'\n#!/bin/sh\n\
+         SELFDEPLOY_RELEASE=\"$(basename \"$(dirname \"$(readlink -f \"$0\")\")\")\"\n\
+         export SELFDEPLOY_RELEASE\n{body}\nLAUNCHER\nchmod +x target/release/selfdeploy\n"
+    )
 }
