@@ -3,7 +3,8 @@
 //! Reports failed requests, latency percentiles inside the switch windows and overall,
 //! whether the PID stayed and `/version` changed each time. Run: `cargo bench --bench
 //! self_restart` (figures in docs/BENCHMARKS.md). Settings: BENCH_RPS (default 200),
-//! BENCH_DEPLOYS (default 10).
+//! BENCH_DEPLOYS (default 10), BENCH_GAP_MS (pause after each deploy, default 1000, so
+//! the load also runs outside switch windows).
 //!
 //! Releases are built by a `build.sh` in each pushed commit that installs a launcher of the
 //! server binary cargo built, so what is measured is the switch, not a compiler.
@@ -106,8 +107,15 @@ async fn main() {
         })
     };
 
+    let gap = Duration::from_millis(
+        std::env::var("BENCH_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000),
+    );
     let mut windows = Vec::new();
     let mut ids = Vec::new();
+    let mut answers = Vec::new();
     let mut versions = Vec::new();
     let started = Instant::now();
     for n in 1..=deploys {
@@ -118,7 +126,9 @@ async fn main() {
             )],
             &format!("release {n}"),
         );
+        let asked = Instant::now();
         let res = push_to(&client, &base, &sha, &format!("release {n}")).await;
+        answers.push(asked.elapsed());
         assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
         let id = res.json::<Value>().await.unwrap()["deployment_id"]
             .as_i64()
@@ -171,6 +181,7 @@ async fn main() {
             versions.last().unwrap(),
             (live - restart_seen).as_secs_f64()
         );
+        tokio::time::sleep(gap).await;
     }
     let total = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -225,6 +236,12 @@ async fn main() {
         pickups.push(Duration::from_millis((started - received).max(0) as u64));
     }
     pickups.sort();
+    answers.sort();
+    println!(
+        "webhook answered (signed push, 202): p50 {} max {}",
+        ms(percentile(&answers, 50.0)),
+        ms(*answers.last().unwrap())
+    );
     println!(
         "pick-up (webhook to running, idle server): p50 {} max {}",
         ms(percentile(&pickups, 50.0)),

@@ -31,7 +31,7 @@ pub const DRAIN_TIMEOUT_SECS: u64 = 10;
 pub const LAME_DUCK_MS: u64 = 300;
 /// After it stops accepting, how long connections it accepted last get to send their
 /// request before idle ones are closed, in milliseconds.
-pub const LAST_REQUEST_GRACE_MS: u64 = 300;
+pub const LAST_REQUEST_GRACE_MS: u64 = 100;
 
 /// Everything a handler or the worker needs; cheap to clone.
 #[derive(Clone)]
