@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -265,6 +266,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(about::routes())
         .merge(crate::dashboard::routes())
+        // Skips event streams by default; shrinks htmx and the pages about threefold.
+        .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -63,7 +63,12 @@ async fn a_push_is_fetched_built_and_installed_as_a_release() {
     // Published: the status changes in order, and log lines.
     let mut statuses = Vec::new();
     let mut log_lines = 0;
-    while let Ok(event) = events.try_recv() {
+    // Events are published just after their writes commit: read until the final one.
+    while statuses.last() != Some(&Status::Success) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the final status is published")
+            .expect("no event lost");
         match event {
             Event::Deployment(d) if d.id == id && statuses.last() != Some(&d.status()) => {
                 statuses.push(d.status());
