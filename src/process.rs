@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::logs::{LogWriter, Stream};
 
-/// After a command exits, how long its output may still arrive, in milliseconds.
+/// After a command exits, how long its output pipe may stay silent before it is given up
+/// on, in milliseconds.
 pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// Characters that make a configured command a shell line (run with `sh -c`).
 const SHELL_CHARS: &[char] = &[
@@ -159,15 +160,16 @@ impl Running {
         } else {
             self.guard.kill();
         }
-        let drain = tokio::time::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS));
-        tokio::pin!(drain);
+        // Everything printed before the exit is kept, however slowly it is stored; only a
+        // pipe that stays open and silent (a process left running in the background) is
+        // given up on.
         while output_open {
-            tokio::select! {
-                line = self.rx.recv() => match line {
-                    Some((stream, text)) => log.line(stream, &text).await,
-                    None => output_open = false,
-                },
-                _ = &mut drain => break,
+            match tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), self.rx.recv())
+                .await
+            {
+                Ok(Some((stream, text))) => log.line(stream, &text).await,
+                Ok(None) => output_open = false,
+                Err(_) => break,
             }
         }
         Ok(status)

@@ -339,20 +339,21 @@ impl ServerProcess {
     pub async fn wait_healthy(&self) {
         let client = reqwest::Client::new();
         let url = self.url("/healthz");
-        eventually(
-            Duration::from_secs(30),
-            "the server to answer /healthz",
-            || {
-                let req = client.get(&url).send();
-                async move {
-                    req.await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(res) = client.get(&url).send().await
+                && res.status().is_success()
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "the server did not answer /healthz within 60 s; it printed:\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
