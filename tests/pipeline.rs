@@ -377,3 +377,44 @@ async fn old_releases_are_pruned_but_never_the_serving_one_or_the_one_before() {
     );
     assert_eq!(app.deployment(ids[3]).await.status(), Status::Deployed);
 }
+
+#[tokio::test]
+async fn a_commit_already_queued_running_or_deployed_is_not_built_again() {
+    let app = spawn_app_with(|s, root| {
+        fixture_settings(s, root);
+        s.restart = Some(selfdeploy::config::RestartStrategy::Command);
+        s.restart_command = Some("true".into());
+        s.build_command = Some(format!(
+            "while [ ! -e {gate} ]; do sleep 0.05; done; cargo build --release --locked",
+            gate = root.join("gate").display()
+        ));
+    })
+    .await;
+    let (_repo, sha) = FixtureRepo::create(app.dir.path(), "once");
+    let body = push_payload("main", &sha, "once");
+    let id = push(&app, &sha, "once").await;
+    let again = |expected: &'static str| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            let res = app.webhook("push", &body).await;
+            assert_eq!(res.status(), reqwest::StatusCode::OK, "{expected}");
+            let answer: Value = res.json().await.unwrap();
+            assert_eq!(answer["deployment_id"], id, "{answer}");
+            assert_eq!(answer["status"], expected, "{answer}");
+            assert!(
+                answer["ignored"].as_str().unwrap().contains("already"),
+                "{answer}"
+            );
+        }
+    };
+    eventually(Duration::from_secs(30), "the build to start", || async {
+        (app.deployment(id).await.status() == Status::Running).then_some(())
+    })
+    .await;
+    again("running").await;
+    std::fs::write(app.dir.path().join("gate"), "open").unwrap();
+    app.idle().await;
+    assert_eq!(app.deployment(id).await.status(), Status::Deployed);
+    again("deployed").await;
+    assert_eq!(app.counts().await.0, 1, "no second deployment");
+}
