@@ -225,6 +225,10 @@ impl Settings {
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        // Resolved once against the start-up directory: stage commands run in other
+        // directories, and the `current` link must not point at a relative path.
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| invalid("data_dir", format!("cannot be resolved: {e}")))?;
         let secret = match (self.webhook_secret, self.webhook_secret_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(

@@ -276,3 +276,41 @@ async fn a_push_that_arrives_during_the_switch_is_answered_and_deployed_after() 
     assert_eq!(version["commit"], v2);
     assert_eq!(version["pid"], pid);
 }
+
+/// `just run` in a checkout with no settings: the data directory is the relative
+/// `selfdeploy-data`, the repository is the checkout's `origin`, the restart is `exec`.
+/// Stage commands run in other directories and `current` must resolve from anywhere.
+#[tokio::test]
+async fn the_defaults_deploy_from_the_checkout_the_server_runs_in() {
+    let s = setup();
+    let envs: Vec<(&str, String)> = s
+        .envs
+        .iter()
+        .filter(|(k, _)| !["SELFDEPLOY_DATA_DIR", "SELFDEPLOY_REPO"].contains(k))
+        .cloned()
+        .collect();
+    let server = ServerProcess::start_in(&s.repo.work, &envs);
+    server.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let pid = server.child.id() as u64;
+    let v1 = s.repo.commit_files(
+        &[
+            ("build.sh", &good_build()),
+            (".gitignore", "target/\nselfdeploy-data/\n"),
+        ],
+        "v1",
+    );
+    let id = push(&client, &server, &v1).await;
+    let d = wait_status(&client, &server, id, "deployed").await;
+    let version = get_json(&client, server.url("/version")).await;
+    assert_eq!(version["commit"], v1);
+    assert_eq!(version["pid"], pid);
+    let data = s.repo.work.join("selfdeploy-data");
+    let current = std::fs::read_link(data.join("current")).unwrap();
+    assert!(current.is_absolute(), "{current:?}");
+    let release = d["release"].as_str().unwrap();
+    assert_eq!(
+        std::fs::canonicalize(data.join("current")).unwrap(),
+        std::fs::canonicalize(data.join("releases").join(release).join("selfdeploy")).unwrap()
+    );
+}

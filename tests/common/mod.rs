@@ -288,12 +288,24 @@ impl ServerProcess {
     }
 
     pub fn start_binary(binary: &Path, envs: &[(&str, String)]) -> ServerProcess {
+        Self::spawn(binary, None, envs)
+    }
+
+    /// Starts the server with `cwd` as its working directory, as `just run` in a checkout.
+    pub fn start_in(cwd: &Path, envs: &[(&str, String)]) -> ServerProcess {
+        Self::spawn(Path::new(env!("CARGO_BIN_EXE_selfdeploy")), Some(cwd), envs)
+    }
+
+    fn spawn(binary: &Path, cwd: Option<&Path>, envs: &[(&str, String)]) -> ServerProcess {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let fd = listener.as_raw_fd();
         let mut cmd = Command::new(binary);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
         for (k, v) in envs {
             cmd.env(k, v);
