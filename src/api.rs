@@ -181,30 +181,22 @@ async fn events(
     Query(query): Query<EventsQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-    use futures::StreamExt;
+    use axum::response::sse::Event as SseEvent;
 
     let slot = crate::dashboard::stream::StreamSlot::acquire(
         &state.event_streams,
         state.config.max_event_streams,
     )
     .ok_or(ApiError::Busy)?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be a number".into()))
-        })
-        .transpose()?;
+    let resume = crate::events::last_event_id(&headers)
+        .map_err(|reason| ApiError::BadRequest(reason.into()))?;
     // Subscribe before reading, so nothing committed in between is missed.
     let rx = state.events.subscribe();
     let after = match resume.or(query.after) {
         Some(after) => after,
         None => db::last_status_change(&state.db).await?,
     };
-    let shutdown = state.shutdown.clone().cancelled_owned();
+    let response_state = state.clone();
     let feed = HistoryFeed {
         state,
         rx,
@@ -219,17 +211,12 @@ async fn events(
             .id(change.id.to_string())
             .json_data(&change)
             .expect("a status change serialises");
-        Some((Ok::<_, std::convert::Infallible>(event), feed))
-    })
-    .take_until(shutdown);
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    response.headers_mut().insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
-    );
-    Ok(response)
+        Some((event, feed))
+    });
+    Ok(crate::dashboard::stream::sse_response(
+        &response_state,
+        stream,
+    ))
 }
 
 /// The status history after `last`, then each new change as it commits.

@@ -12,7 +12,7 @@ pub mod views;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -245,8 +245,11 @@ async fn show_events(
     _auth: DashboardAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, DashError> {
     let id = parse_id(&id)?;
+    let resume_after = crate::events::last_event_id(&headers)
+        .map_err(|reason| DashError::BadRequest(reason.into()))?;
     db::get(&state.db, id).await?.ok_or(DashError::NotFound)?;
-    stream::deployment_events(state, id)
+    stream::deployment_events(state, id, resume_after)
 }

@@ -2,6 +2,7 @@
 //! published here after its write commits. The dashboard's event stream and the tests
 //! subscribe; a subscriber that falls behind is told so (`Lagged`) and re-reads the table.
 
+use axum::http::HeaderMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -49,4 +50,20 @@ impl Events {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
+}
+
+/// The `Last-Event-ID` a reconnecting event-stream client sends (the id of the last message
+/// it received): `None` on a first connect, an error when it is not a number, since every
+/// id this server sends is one.
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, &'static str> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0)
+        .map(Some)
+        .ok_or("Last-Event-ID must be a whole number")
 }

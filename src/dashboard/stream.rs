@@ -49,14 +49,14 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Wraps a stream of HTML messages as the SSE response: keep-alive, no proxy buffering,
-/// and an end as soon as the server shuts down.
-fn respond<S>(state: &AppState, messages: S) -> Response
+/// Wraps a stream of events as the SSE response: keep-alive, no proxy buffering, and an
+/// end as soon as the server shuts down (so graceful shutdown never waits on a stream).
+pub fn sse_response<S>(state: &AppState, events: S) -> Response
 where
-    S: Stream<Item = String> + Send + 'static,
+    S: Stream<Item = SseEvent> + Send + 'static,
 {
-    let events = messages
-        .map(|html| Ok::<_, Infallible>(SseEvent::default().data(html)))
+    let events = events
+        .map(Ok::<_, Infallible>)
         .take_until(state.shutdown.clone().cancelled_owned());
     (
         [("x-accel-buffering", "no")],
@@ -109,10 +109,10 @@ pub fn index_events(state: AppState, site: Site, page: i64) -> Result<Response, 
         _slot: slot,
     };
     let messages = futures::stream::unfold(feed, |mut feed| async move {
-        let message = feed.next_message().await?;
-        Some((message, feed))
+        let html = feed.next_message().await?;
+        Some((SseEvent::default().data(html), feed))
     });
-    Ok(respond(&state, messages))
+    Ok(sse_response(&state, messages))
 }
 
 impl IndexFeed {
@@ -185,27 +185,38 @@ struct DeploymentFeed {
     id: DeploymentId,
     /// The last log line the page has been sent.
     last_seq: i64,
+    /// The page already has the log up to `last_seq` (a reconnect): the first message
+    /// appends what came after instead of replacing the whole log.
+    resume: bool,
     resync: bool,
     _slot: StreamSlot,
 }
 
-/// `GET /deployments/{id}/events`, for a deployment that exists.
-pub fn deployment_events(state: AppState, id: DeploymentId) -> Result<Response, DashError> {
+/// `GET /deployments/{id}/events`, for a deployment that exists. Each message's SSE id is
+/// the last log line the page has then; a reconnect that sends it back (`resume_after`,
+/// from `Last-Event-ID`) gets only the lines after it, so none is lost or repeated.
+pub fn deployment_events(
+    state: AppState,
+    id: DeploymentId,
+    resume_after: Option<i64>,
+) -> Result<Response, DashError> {
     let slot = take_slot(&state)?;
     let rx = state.events.subscribe();
     let feed = DeploymentFeed {
         state: state.clone(),
         rx,
         id,
-        last_seq: 0,
+        last_seq: resume_after.unwrap_or(0),
+        resume: resume_after.is_some(),
         resync: true,
         _slot: slot,
     };
     let messages = futures::stream::unfold(feed, |mut feed| async move {
-        let message = feed.next_message().await?;
-        Some((message, feed))
+        let html = feed.next_message().await?;
+        let event = SseEvent::default().id(feed.last_seq.to_string()).data(html);
+        Some((event, feed))
     });
-    Ok(respond(&state, messages))
+    Ok(sse_response(&state, messages))
 }
 
 impl DeploymentFeed {
@@ -266,17 +277,24 @@ impl DeploymentFeed {
         }
     }
 
-    /// The header and the whole log, replaced; `None` once the deployment is gone.
+    /// The header, and the whole log replaced (or, on a resumed stream, the lines the page
+    /// lacks appended); `None` once the deployment is gone.
     async fn resync_message(&mut self) -> anyhow::Result<Option<String>> {
         let db = &self.state.db;
         let Some(d) = db::get(db, self.id).await? else {
             return Ok(None);
         };
         let stages = db::stages(db, self.id).await?;
-        let lines = db::log_lines(db, self.id, 0).await?;
-        self.last_seq = lines.last().map_or(0, |l| l.seq).max(self.last_seq);
+        let resume = std::mem::take(&mut self.resume);
+        let after = if resume { self.last_seq } else { 0 };
+        let lines = db::log_lines(db, self.id, after).await?;
+        self.last_seq = lines.last().map_or(after, |l| l.seq);
         let mut html = views::head_oob(&d, &stages)?;
-        html.push_str(&views::log_oob(&lines)?);
+        if !resume {
+            html.push_str(&views::log_oob(&lines)?);
+        } else if !lines.is_empty() {
+            html.push_str(&views::log_append(&lines)?);
+        }
         Ok(Some(html))
     }
 

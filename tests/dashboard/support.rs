@@ -175,6 +175,8 @@ pub struct SseReader {
     body: BoxStream<'static, reqwest::Result<Vec<u8>>>,
     buf: String,
     pub headers: reqwest::header::HeaderMap,
+    /// The `id:` of the last message that had one, as a browser keeps it for a reconnect.
+    pub last_id: Option<String>,
 }
 
 impl SseReader {
@@ -184,6 +186,7 @@ impl SseReader {
             body: resp.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed(),
             buf: String::new(),
             headers,
+            last_id: None,
         }
     }
 
@@ -205,6 +208,9 @@ impl SseReader {
                     .collect();
                 if data.is_empty() {
                     continue; // a keep-alive comment
+                }
+                if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id:")) {
+                    self.last_id = Some(id.trim_start().to_string());
                 }
                 return Some(data.join("\n"));
             }
