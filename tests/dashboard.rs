@@ -216,13 +216,12 @@ async fn deployment_stream_sends_each_log_line_once() {
     // A reconnect with `Last-Event-ID` resumes after that line: the header, then only the
     // lines the page lacks, appended.
     let events_url = app.url(&format!("/deployments/{id}/events"));
-    let resumed = app
-        .client
-        .get(&events_url)
-        .header("last-event-id", "58")
-        .send()
-        .await
-        .unwrap();
+    let reconnect = async |last_event_id: &str| {
+        let request = app.client.get(&events_url);
+        let request = request.header("last-event-id", last_event_id);
+        request.send().await.unwrap()
+    };
+    let resumed = reconnect("58").await;
     assert_eq!(resumed.status(), 200);
     let mut resumed = support::SseReader::new(resumed);
     let first = resumed.message().await;
@@ -245,14 +244,7 @@ async fn deployment_stream_sends_each_log_line_once() {
         assert_eq!(count(&first, &format!(r#"id="line-{n}""#)), 1, "line {n}");
     }
     assert_eq!(resumed.last_id.as_deref(), Some("61"));
-    let bad = app
-        .client
-        .get(&events_url)
-        .header("last-event-id", "yesterday")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(reconnect("yesterday").await.status(), 400);
 
     let missing = app.get("/deployments/999999").await;
     assert_eq!(missing.status(), 404);
