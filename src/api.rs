@@ -196,7 +196,7 @@ async fn events(
         Some(after) => after,
         None => db::last_status_change(&state.db).await?,
     };
-    let response_state = state.clone();
+    let shutdown = state.shutdown.clone();
     let feed = HistoryFeed {
         state,
         rx,
@@ -213,10 +213,7 @@ async fn events(
             .expect("a status change serialises");
         Some((event, feed))
     });
-    Ok(crate::dashboard::stream::sse_response(
-        &response_state,
-        stream,
-    ))
+    Ok(crate::dashboard::stream::sse_response(&shutdown, stream))
 }
 
 /// The status history after `last`, then each new change as it commits.

@@ -67,8 +67,8 @@ fn nested_target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-nested"))
 }
 
-/// Gives a nested target directory that has never built anything the dependencies the
-/// outer `cargo test` already compiled (same versions, same profile), so its first build
+/// Fills a nested target directory that has never built anything with the dependencies
+/// the outer `cargo test` already compiled (same versions, same profile), so its first build
 /// compiles a few crates instead of all of them (about 1 minute instead of 4 on two
 /// cores). Copies, with their times kept (cargo's freshness checks read them), the
 /// fingerprints, build-script outputs and libraries, but not the test executables or this

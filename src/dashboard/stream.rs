@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
 
 use super::views::{self, Pager, Site};
 use super::{DashError, PER_PAGE};
@@ -51,13 +52,13 @@ impl Drop for StreamSlot {
 
 /// Wraps a stream of events as the SSE response: keep-alive, no proxy buffering, and an
 /// end as soon as the server shuts down (so graceful shutdown never waits on a stream).
-pub fn sse_response<S>(state: &AppState, events: S) -> Response
+pub fn sse_response<S>(shutdown: &CancellationToken, events: S) -> Response
 where
     S: Stream<Item = SseEvent> + Send + 'static,
 {
     let events = events
         .map(Ok::<_, Infallible>)
-        .take_until(state.shutdown.clone().cancelled_owned());
+        .take_until(shutdown.clone().cancelled_owned());
     (
         [("x-accel-buffering", "no")],
         Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
@@ -112,7 +113,7 @@ pub fn index_events(state: AppState, site: Site, page: i64) -> Result<Response, 
         let html = feed.next_message().await?;
         Some((SseEvent::default().data(html), feed))
     });
-    Ok(sse_response(&state, messages))
+    Ok(sse_response(&state.shutdown, messages))
 }
 
 impl IndexFeed {
@@ -216,7 +217,7 @@ pub fn deployment_events(
         let event = SseEvent::default().id(feed.last_seq.to_string()).data(html);
         Some((event, feed))
     });
-    Ok(sse_response(&state, messages))
+    Ok(sse_response(&state.shutdown, messages))
 }
 
 impl DeploymentFeed {
